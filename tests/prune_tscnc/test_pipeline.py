@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,10 @@ def _ddp_worker(rank, world_size, port, result_dir):
         torch.save({"state": model.state_dict(), "masks": masks.state_dict()}, f"{result_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    # Leave without running destructors. With torch 2.13, gloo's process-group destructor joins
+    # its worker threads while holding the GIL, and a worker still releasing a collective's
+    # tensors waits for the GIL: an intermittent deadlock at exit. Errors above still raise.
+    os._exit(0)
 
 
 @pytest.mark.slow
