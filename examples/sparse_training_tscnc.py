@@ -13,8 +13,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
-from prune_tscnc import TSCNCPruner
 
+from prune_tscnc import TSCNCPruner
 from prune_tscnc import layer_condition_numbers
 from prune_tscnc.attacks import accuracy
 from prune_tscnc.data import CIFAR10Folder, make_loader, train_transform
