@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m rre_mm.demo --out-dir outputs/rre_mm [--minutes 5] [--baseline]
+    python -m rre_mm.demo --out-dir outputs/rre_mm [--minutes 10] [--baseline]
 
 All steps use MMDetection's own machinery. The demo trains
 ``configs/rre_mm/rtmdet_rrenet-n_bccd.py`` with MMEngine's ``Runner`` for a
@@ -44,13 +44,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--out-dir', type=Path, default=Path('outputs/rre_mm'),
         help='folder for checkpoints, logs, the drawn image and results.json')
     parser.add_argument(
-        '--minutes', type=float, default=5.0,
+        '--minutes', type=float, default=10.0,
         help='wall-clock cap on the training of each model, in minutes; '
-        'training stops early when it is spent (default: 5)')
+        'training stops early when it is spent (default: 10)')
     parser.add_argument(
-        '--iters', type=int, default=100,
+        '--iters', type=int, default=250,
         help='training iterations per model, the length of the learning-rate '
-        'schedule (default: 100, about 2 epochs at batch 4)')
+        'schedule (default: 250, about 5 epochs at batch 4; 250 iterations '
+        'took 6.6 minutes on one core of an idle 2-core x86-64 machine)')
     parser.add_argument(
         '--batch-size', type=int, default=4,
         help='training images per iteration (default: 4)')

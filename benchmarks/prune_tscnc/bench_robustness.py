@@ -1,6 +1,6 @@
 """Benchmark: robust pruning with and without TSCNC at 90 % and 99 % unstructured sparsity.
 
-Runs the CPU demo configuration (``configs/prune_tscnc/demo_cpu.yaml``: SmallCNN, 2,000 embedded
+Runs the CPU demo configuration (``configs/prune_tscnc/demo_cpu.yaml``: SmallCNN, 4,000 embedded
 CIFAR-10 training images, PGD-3 adversarial training) through the pipeline with pruning ratios 0.9
 and 0.99, with AutoAttack switched off to save time. It prints clean accuracy, PGD-20 accuracy,
 mean log10 condition number and sparsity for both arms, and the time ratio of the TSCNC arm to
