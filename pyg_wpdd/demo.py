@@ -26,10 +26,9 @@ from ._train_config import build_transform, load_config
 from ._train_data import load_crystals
 from .train import atomic_write_text, run_training, save_parity_plot
 
-# Settings sized for at most five minutes on two free CPU cores, graph building included: the
-# whole job used 174 s of CPU time with one torch thread on an x86-64 machine (torch 2.13 CPU
-# build), so its wall time there is an estimate. The WPDDFormer is narrower than the
-# reference width of 256 so that it trains as many epochs as the baseline in that time.
+# Settings sized for a few minutes on a CPU. The whole job, graph building included, took 86 to
+# 97 s on an idle 2-core x86-64 machine (torch 2.13 CPU build). The WPDDFormer is narrower
+# than the reference width of 256 so that it trains as many epochs as the baseline in that time.
 DEMO_CONFIG: Dict[str, Any] = {
     'seed': 0,
     'data': {

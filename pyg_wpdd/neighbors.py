@@ -500,7 +500,7 @@ def _search_rows(prep: _Prepared, rows: Tensor, reach: Tensor, shifts: Tensor,
     depth = max(k_dist or 0, (k_edge + _TIE_MARGIN) if k_edge else 0)
     depth = min(width, depth)
 
-    # Shifts are a lexicographic subset of a symmetric grid that always holds zero.
+    # Shifts are a lexicographic subset of a symmetric grid that always contains zero.
     zero_shift = int((shifts == 0).all(1).nonzero()[0])
     edge_chunks, dist_chunks = [], []
     needed = torch.zeros(rows.numel(), dtype=torch.float64, device=rows.device)

@@ -183,8 +183,9 @@ def test_rrenet_deploy_matches_eval():
     deployed = deploy(copy.deepcopy(model))
     with torch.no_grad():
         outputs = deployed(x)
-    assert not any(type(m).__name__.startswith('RRE') and hasattr(m, 'expand_weight')
-                   for m in deployed.modules())
+    remaining = [type(m).__name__ for m in deployed.modules()
+                 if type(m).__name__.startswith('RRE') and hasattr(m, 'expand_weight')]
+    assert remaining == []
     for out, ref in zip(outputs, expected):
         assert torch.allclose(out, ref, atol=1e-10)
 
