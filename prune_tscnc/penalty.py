@@ -61,8 +61,9 @@ def penalty(
         a (float, optional): transformed-L1 parameter, > 0; towards 0 it counts nonzeros,
             towards infinity it becomes L1. (default: :obj:`1.0`)
         form (str, optional): condition penalty form, :obj:`"cheap"` (log-determinant of the
-            short-side Gram matrix), :obj:`"exact"` (SVD) or :obj:`"exact_gram"` (the same
-            value from the float64 Gram matrix, faster on CPU). (default: :obj:`"cheap"`)
+            short-side Gram matrix), :obj:`"exact"` (extreme singular values from the float64
+            Gram matrix) or :obj:`"exact_svd"` (the same value through an SVD, slower on CPU).
+            (default: :obj:`"cheap"`)
         structured (bool, optional): penalise filter norms instead of single weights.
             (default: :obj:`False`)
         ignored_layers (list, optional): modules to leave out, with their submodules.

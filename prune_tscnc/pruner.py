@@ -293,11 +293,9 @@ class TSCNCPruner(tp.pruner.BasePruner):
             term. (default: :obj:`1e-4`)
         a (float, optional): transformed-L1 parameter, > 0. (default: :obj:`1.0`)
         cond_form (str, optional): :obj:`"cheap"` (log-determinant of the short-side Gram
-            matrix), :obj:`"exact"` (SVD) or :obj:`"exact_gram"` (the same value from the
-            float64 Gram matrix, faster on CPU). (default: :obj:`"cheap"`)
-            NOTE: on a 2-core CPU the SVD form took about 60 % of a ResNet-18 PGD-10
-            training step (``benchmarks/prune_tscnc/bench_overhead.py``); prefer
-            :obj:`"exact_gram"` or ``cond_every`` there.
+            matrix), :obj:`"exact"` (extreme singular values from the float64 Gram
+            matrix, closed-form gradient) or :obj:`"exact_svd"` (the same value through
+            an SVD, several times slower on CPU). (default: :obj:`"cheap"`)
         kappa_target (float, optional): condition number the exact forms tolerate, >= 1.
             (default: :obj:`10.0`)
         eps (float, optional): floor (exact forms) or jitter (cheap form) of the condition term.

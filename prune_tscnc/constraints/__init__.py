@@ -6,10 +6,10 @@ from .conditioning import (
     condition_number,
     condition_penalty,
     exact_condition_penalty,
-    gram_exact_condition_penalty,
     layer_condition_numbers,
     layer_condition_penalty,
     matrix_condition_penalty,
+    svd_condition_penalty,
 )
 from .reshape import is_depthwise, module_matrices, weight_to_matrices
 from .sparsity import (
@@ -30,7 +30,6 @@ __all__ = [
     "condition_penalty",
     "effective_weight",
     "exact_condition_penalty",
-    "gram_exact_condition_penalty",
     "is_depthwise",
     "layer_condition_numbers",
     "layer_condition_penalty",
@@ -39,6 +38,7 @@ __all__ = [
     "module_matrices",
     "normalized_transformed_l1",
     "sparsity_penalty",
+    "svd_condition_penalty",
     "trainable_parameter",
     "transformed_l1",
     "unwrap_model",

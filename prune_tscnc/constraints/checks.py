@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-CONDITION_FORMS = ("cheap", "exact", "exact_gram")
+CONDITION_FORMS = ("cheap", "exact", "exact_svd")
 SPARSITY_MODES = ("structured", "unstructured")
 
 

@@ -39,18 +39,93 @@ def exact_condition_penalty(
     kappa_target: float = 10.0,
     eps: float = 1e-6,
 ) -> Tensor:
-    r"""Compute the exact (SVD-based) condition penalty of each matrix.
+    r"""Compute the exact condition penalty of each matrix from its extreme singular values.
 
     .. math::
         \mathrm{CNC}_{exact}(M) = \operatorname{relu}\!\left(\log \sigma_1 - \log
         \max(\sigma_k, \epsilon \sigma_1) - \log \kappa_{target}\right)^2
 
-    The singular values come from :func:`torch.linalg.svdvals`, whose gradient
-    :math:`U \operatorname{diag}(\cdot) V^\top` stays finite even for repeated singular
-    values. The floor caps :math:`\kappa` at :math:`1 / \epsilon`, which keeps the value
-    finite for singular matrices. Beyond that cap the penalty is flat, so a matrix with
+    With :math:`M` transposed so that :math:`m \le n`, the eigenpairs
+    :math:`(\lambda_i, u_i)` of the short-side Gram matrix :math:`M M^\top` give
+    :math:`\sigma_i = \sqrt{\lambda_i}` and the closed-form gradients
+
+    .. math::
+        \frac{\partial \log \sigma_i}{\partial M} = \frac{u_i u_i^\top M}{\lambda_i},
+
+    so one :math:`m \times m` symmetric eigendecomposition replaces the SVD of :math:`M` and its
+    backward pass (about 6x faster for the convolutions of a ResNet-18 on CPU). The Gram matrix
+    and the eigendecomposition run in float64: squaring the singular values halves the
+    exponent range, and float64 still resolves :math:`\kappa` up to about :math:`10^7`, beyond
+    the floor's cap.
+
+    The floor caps :math:`\kappa` at :math:`1 / \epsilon`, which keeps the value finite for
+    singular matrices. Beyond that cap the penalty is flat, so a matrix with
     :math:`\kappa > 1 / \epsilon` gets no gradient from this form, and an all-zero matrix
     gets the constant :math:`(\log(1/\epsilon) - \log \kappa_{target})^2` with zero gradient.
+    Where :math:`\sigma_1` or :math:`\sigma_k` is repeated, the gradient is one valid
+    subgradient. Second derivatives are not supported; :func:`svd_condition_penalty` computes
+    the same value through :func:`torch.linalg.svdvals` and autograd.
+
+    Args:
+        matrices (torch.Tensor): matrices of shape :obj:`[..., m, n]`, float32 or float64.
+        kappa_target (float, optional): condition number below which the penalty is zero,
+            >= 1. (default: :obj:`10.0`)
+        eps (float, optional): relative floor of :math:`\sigma_k`. (default: :obj:`1e-6`)
+
+    Returns:
+        torch.Tensor: penalties of shape :obj:`[...]`, in the dtype of :obj:`matrices`.
+    """
+    log_kappa = _GramLogConditionNumber.apply(short_side_first(matrices), eps)
+    excess = log_kappa - math.log(kappa_target)
+    return torch.relu(excess).square().to(matrices.dtype)
+
+
+class _GramLogConditionNumber(torch.autograd.Function):
+    """``log(sigma_1 / max(sigma_k, eps sigma_1))`` of wide matrices in float64, closed-form gradient."""
+
+    @staticmethod
+    def forward(ctx, wide: Tensor, eps: float) -> Tensor:
+        wide64 = wide.to(torch.float64)
+        eigenvalues, eigenvectors = torch.linalg.eigh(wide64 @ wide64.transpose(-2, -1))
+        tiny = torch.finfo(torch.float64).tiny
+        largest = eigenvalues[..., -1].clamp_min(tiny)
+        smallest = eigenvalues[..., 0]
+
+        # At or below the floor the value is the constant log(1 / eps): no gradient flows.
+        floored = (smallest <= (eps * eps) * largest) | (eigenvalues[..., -1] <= tiny)
+        smallest = torch.where(floored, (eps * eps) * largest, smallest).clamp_min(tiny)
+
+        ctx.save_for_backward(wide64, eigenvectors[..., :, -1], eigenvectors[..., :, 0],
+                              largest, smallest, floored)
+        ctx.input_dtype = wide.dtype
+        return 0.5 * (torch.log(largest) - torch.log(smallest))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log_kappa: Tensor):
+        wide64, top, bottom, largest, smallest, floored = ctx.saved_tensors
+        scale = torch.where(floored, torch.zeros_like(grad_log_kappa), grad_log_kappa)
+
+        # d log(sigma_1 / sigma_k) = (u_1 u_1^T / lambda_1 - u_k u_k^T / lambda_k) M
+        top_term = top.unsqueeze(-1) * (top.unsqueeze(-2) @ wide64) / largest[..., None, None]
+        bottom_term = (bottom.unsqueeze(-1) * (bottom.unsqueeze(-2) @ wide64)
+                       / smallest[..., None, None])
+        grad = scale[..., None, None] * (top_term - bottom_term)
+        return grad.to(ctx.input_dtype), None
+
+
+def svd_condition_penalty(
+    matrices: Tensor,
+    kappa_target: float = 10.0,
+    eps: float = 1e-6,
+) -> Tensor:
+    r"""Compute :func:`exact_condition_penalty` through :func:`torch.linalg.svdvals`.
+
+    The reference implementation of the exact form: the same value, with gradients from
+    autograd through the SVD (:math:`U \operatorname{diag}(\cdot) V^\top`, finite for
+    repeated singular values) and second derivatives. It runs in the input's dtype, so in
+    float32 it resolves :math:`\kappa` up to about :math:`10^7`. It is several times slower
+    than :func:`exact_condition_penalty` on CPU.
 
     Args:
         matrices (torch.Tensor): matrices of shape :obj:`[..., m, n]`, float32 or float64.
@@ -70,47 +145,6 @@ def exact_condition_penalty(
     smallest = torch.maximum(smallest, eps * largest)
     excess = torch.log(largest) - torch.log(smallest) - math.log(kappa_target)
     return torch.relu(excess).square()
-
-
-def gram_exact_condition_penalty(
-    matrices: Tensor,
-    kappa_target: float = 10.0,
-    eps: float = 1e-6,
-) -> Tensor:
-    r"""Compute :func:`exact_condition_penalty` from the float64 short-side Gram matrix.
-
-    With :math:`M` transposed so that :math:`m \le n`, the eigenvalues of
-    :math:`M M^\top` are :math:`\sigma_i^2`, so
-
-    .. math::
-        \mathrm{CNC}_{exact}(M) = \operatorname{relu}\!\left(\tfrac{1}{2} \log \lambda_1
-        - \tfrac{1}{2} \log \max(\lambda_m, \epsilon^2 \lambda_1)
-        - \log \kappa_{target}\right)^2
-
-    with the same value as the SVD form up to rounding. The Gram matrix and
-    :func:`torch.linalg.eigvalsh` run in float64, because squaring the singular values
-    halves the exponent range that float32 can resolve (about :math:`\kappa < 3 \cdot 10^3`
-    instead of :math:`10^7`). One :math:`m \times m` eigendecomposition replaces the SVD of
-    :math:`M`, which is several times faster on CPU for wide convolution matrices such as
-    :math:`512 \times 4608`.
-
-    Args:
-        matrices (torch.Tensor): matrices of shape :obj:`[..., m, n]`.
-        kappa_target (float, optional): condition number below which the penalty is zero,
-            >= 1. (default: :obj:`10.0`)
-        eps (float, optional): relative floor of :math:`\sigma_k`. (default: :obj:`1e-6`)
-
-    Returns:
-        torch.Tensor: penalties of shape :obj:`[...]`, in the dtype of :obj:`matrices`.
-    """
-    wide = short_side_first(matrices).to(torch.float64)
-    gram = wide @ wide.transpose(-2, -1)
-    eigenvalues = torch.linalg.eigvalsh(gram)
-    largest = eigenvalues[..., -1].clamp_min(torch.finfo(torch.float64).tiny)
-    smallest = torch.maximum(eigenvalues[..., 0], (eps * eps) * largest)
-
-    excess = 0.5 * (torch.log(largest) - torch.log(smallest)) - math.log(kappa_target)
-    return torch.relu(excess).square().to(matrices.dtype)
 
 
 def cheap_condition_penalty(matrices: Tensor, eps: float = 1e-6) -> Tensor:
@@ -233,8 +267,8 @@ def matrix_condition_penalty(
     Args:
         matrices (torch.Tensor): matrices of shape :obj:`[..., m, n]`.
         form (str, optional): :obj:`"cheap"` (:func:`cheap_condition_penalty`),
-            :obj:`"exact"` (:func:`exact_condition_penalty`) or :obj:`"exact_gram"`
-            (:func:`gram_exact_condition_penalty`). (default: :obj:`"cheap"`)
+            :obj:`"exact"` (:func:`exact_condition_penalty`) or :obj:`"exact_svd"`
+            (:func:`svd_condition_penalty`). (default: :obj:`"cheap"`)
         kappa_target (float, optional): target of the exact form; the cheap form has no
             target and always pulls towards :math:`\\kappa = 1`. (default: :obj:`10.0`)
         eps (float, optional): floor (exact) or jitter (cheap). (default: :obj:`1e-6`)
@@ -248,8 +282,8 @@ def matrix_condition_penalty(
             matrices = matrices.float()
         if form == "exact":
             return exact_condition_penalty(matrices, kappa_target=kappa_target, eps=eps)
-        if form == "exact_gram":
-            return gram_exact_condition_penalty(matrices, kappa_target=kappa_target, eps=eps)
+        if form == "exact_svd":
+            return svd_condition_penalty(matrices, kappa_target=kappa_target, eps=eps)
         return cheap_condition_penalty(matrices, eps=eps)
 
 
@@ -289,8 +323,8 @@ def condition_penalty(
 
     Args:
         model (torch.nn.Module): the model, possibly wrapped in DistributedDataParallel.
-        form (str, optional): :obj:`"cheap"`, :obj:`"exact"` (SVD) or :obj:`"exact_gram"`
-            (the exact value from the float64 Gram matrix, faster on CPU).
+        form (str, optional): :obj:`"cheap"`, :obj:`"exact"` (from the float64 Gram
+            matrix) or :obj:`"exact_svd"` (the same value through an SVD, slower on CPU).
             (default: :obj:`"cheap"`)
         kappa_target (float, optional): condition number the exact forms tolerate, >= 1.
             (default: :obj:`10.0`)

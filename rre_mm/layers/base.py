@@ -1,4 +1,5 @@
-"""Shared machinery of the RRE convolutions: weight expansion cache and checks."""
+"""Shared machinery of the RRE convolutions: weight expansion cache, deployment and checks."""
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -40,17 +41,21 @@ def check_flat_input(x: Tensor, expected_channels: int, layer: str, fields: Opti
 class RREConvBase(nn.Module):
     """Base of the RRE convolutions: expands the weight, caches it in eval mode.
 
-    Subclasses define :meth:`expand_weight` (the ``nn.Conv2d`` shaped weight)
-    and :meth:`_convolve`. In eval mode the expanded weight is cached as a
-    plain attribute, which is never part of ``state_dict``, so the keys are
-    the same in train and eval mode. The cache is rebuilt whenever a parameter
-    is replaced or modified in place (it keys on each tensor's storage and
-    version counter), and dropped by ``train()``.
+    Subclasses create ``weight``, ``g_bias`` (``None`` when strict) and ``bias``
+    (``None`` without bias), and define :meth:`expand_weight` (the ``nn.Conv2d``
+    shaped weight) and :meth:`_convolve`. In eval mode the expanded weight and bias
+    are cached as plain attributes, which are never part of ``state_dict``, so the
+    keys are the same in train and eval mode. The cache is rebuilt whenever a
+    parameter is replaced or modified in place (it keys on each tensor's storage
+    and version counter), and dropped by ``train()``.
 
     The cache is used only when no gradient can flow into the parameters
     (``torch.no_grad()`` or frozen parameters). Otherwise the weight is
     expanded at each call, so autograd records it.
     """
+
+    #: Whether :meth:`to_plain` returns an ``nn.ConvTranspose2d``.
+    transposed = False
 
     def __init__(self, group_order: int, kernel_size: int, stride: int, padding: int,
                  relaxed: bool) -> None:
@@ -65,8 +70,16 @@ class RREConvBase(nn.Module):
         # Non-persistent, so it follows .to(device) but stays out of state_dict.
         self.register_buffer('rotation_index', rotation_index(group_order, kernel_size),
                              persistent=False)
-        self._cached_weight: Optional[Tensor] = None
+        self._cache: Optional[Tuple[Tensor, Optional[Tensor]]] = None
         self._cache_key: Optional[Tuple] = None
+
+    def reset_parameters(self) -> None:
+        """Initialise ``weight`` like ``nn.Conv2d``; G-Biases and bias start at zero."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.g_bias is not None:
+            nn.init.zeros_(self.g_bias)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def expand_weight(self) -> Tensor:
         """Return the expanded filter bank in the layout of the plain conv."""
@@ -74,10 +87,9 @@ class RREConvBase(nn.Module):
 
     def expanded_bias(self) -> Optional[Tensor]:
         """Return the conv bias repeated over the group axis, or ``None``."""
-        bias = getattr(self, 'bias', None)
-        if bias is None:
+        if self.bias is None:
             return None
-        return bias.repeat_interleave(self.group_order)
+        return self.bias.repeat_interleave(self.group_order)
 
     def _convolve(self, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                   **kwargs) -> Tensor:
@@ -86,42 +98,57 @@ class RREConvBase(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         raise NotImplementedError
 
+    def _plain_groups(self) -> int:
+        """Return ``groups`` of the plain conv that :meth:`to_plain` builds."""
+        return 1
+
     def _parameter_key(self) -> Tuple:
         return tuple((p.data_ptr(), p._version, p.dtype, p.device)
-                     for p in self.parameters(recurse=False))
+                     for p in self._parameters.values() if p is not None)
 
-    def cached_weight(self) -> Tensor:
-        """Return the expanded weight, from the cache when it is still valid."""
+    def cached_weight(self) -> Tuple[Tensor, Optional[Tensor]]:
+        """Return the expanded weight and bias, from the cache when it is still valid."""
         key = self._parameter_key()
-        if self._cached_weight is None or key != self._cache_key:
+        if self._cache is None or key != self._cache_key:
             with torch.no_grad():
-                self._cached_weight = self.expand_weight()
+                self._cache = (self.expand_weight(), self.expanded_bias())
             self._cache_key = key
-        return self._cached_weight
+        return self._cache
 
     def _use_cache(self) -> bool:
         if self.training:
             return False
         if not torch.is_grad_enabled():
             return True
-        return not any(p.requires_grad for p in self.parameters(recurse=False))
+        return not any(p.requires_grad for p in self._parameters.values() if p is not None)
 
     def forward(self, x: Tensor, **kwargs) -> Tensor:
         self._check_input(x)
         if self._use_cache():
-            return self._convolve(x, self.cached_weight(), self.expanded_bias(), **kwargs)
-        return self._convolve(x, self.expand_weight(), self.expanded_bias(), **kwargs)
+            weight, bias = self.cached_weight()
+        else:
+            weight, bias = self.expand_weight(), self.expanded_bias()
+        return self._convolve(x, weight, bias, **kwargs)
 
     def train(self, mode: bool = True) -> 'RREConvBase':
         super().train(mode)
         if mode:
-            self._cached_weight = None
+            self._cache = None
             self._cache_key = None
         return self
 
     def to_plain(self) -> nn.Module:
         """Return a plain ``nn.Conv2d``/``nn.ConvTranspose2d`` with identical output."""
-        raise NotImplementedError
+        plain_type = nn.ConvTranspose2d if self.transposed else nn.Conv2d
+        conv = plain_type(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                          self.padding, groups=self._plain_groups(),
+                          bias=self.bias is not None, device=self.weight.device,
+                          dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.expand_weight())
+            if self.bias is not None:
+                conv.bias.copy_(self.expanded_bias())
+        return conv
 
     def extra_repr(self) -> str:
         return (f'group_order={self.group_order}, kernel_size={self.kernel_size}, '

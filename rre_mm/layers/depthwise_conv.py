@@ -1,5 +1,4 @@
 """Depthwise convolution on C_n group features, and its transposed version."""
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -46,8 +45,6 @@ class RREDepthwiseConv(RREConvBase):
         - output: :math:`[B, C \cdot n, H', W']`
     """
 
-    transposed = False
-
     def __init__(self, fields: int, kernel_size: int = 3, group_order: int = 4,
                  stride: int = 1, padding: Optional[int] = None, bias: bool = False,
                  relaxed: bool = True) -> None:
@@ -66,13 +63,6 @@ class RREDepthwiseConv(RREConvBase):
 
     out_channels = in_channels
 
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.g_bias is not None:
-            nn.init.zeros_(self.g_bias)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def expand_weight(self) -> Tensor:
         """Return the ``[C * n, 1, k, k]`` depthwise filter bank."""
         c, k, _ = self.weight.shape
@@ -90,15 +80,8 @@ class RREDepthwiseConv(RREConvBase):
     def _convolve(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding, groups=self.in_channels)
 
-    def to_plain(self) -> nn.Conv2d:
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, groups=self.in_channels, bias=self.bias is not None,
-                         device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.expand_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.expanded_bias())
-        return conv
+    def _plain_groups(self) -> int:
+        return self.in_channels
 
     def extra_repr(self) -> str:
         return f'{self.fields}, ' + super().extra_repr()
@@ -163,13 +146,3 @@ class RREDepthwiseTransposedConv(RREDepthwiseConv):
         return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, output_padding,
                                   groups=self.in_channels)
 
-    def to_plain(self) -> nn.ConvTranspose2d:
-        conv = nn.ConvTranspose2d(self.in_channels, self.out_channels, self.kernel_size,
-                                  self.stride, self.padding, groups=self.in_channels,
-                                  bias=self.bias is not None,
-                                  device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.expand_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.expanded_bias())
-        return conv

@@ -1,5 +1,4 @@
 """Full group convolution: C_n group features to C_n group features."""
-import math
 from typing import Optional
 
 import torch
@@ -84,13 +83,6 @@ class RREGroupConv(RREConvBase):
     def out_channels(self) -> int:
         return self.out_fields * self.group_order
 
-    def reset_parameters(self) -> None:
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.g_bias is not None:
-            nn.init.zeros_(self.g_bias)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
     def expand_weight(self) -> Tensor:
         """Return the ``[C_out * n, C_in * n, k, k]`` filter bank."""
         c_out, c_in, n, k, _ = self.weight.shape
@@ -106,16 +98,6 @@ class RREGroupConv(RREConvBase):
 
     def _convolve(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding)
-
-    def to_plain(self) -> nn.Conv2d:
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, bias=self.bias is not None,
-                         device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.expand_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.expanded_bias())
-        return conv
 
     def extra_repr(self) -> str:
         return f'{self.in_fields}, {self.out_fields}, ' + super().extra_repr()

@@ -3,16 +3,14 @@ from typing import Optional, Sequence, Tuple
 
 import torch.nn.functional as F
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import RREConvModule, RRELiftingConv, group_pool
+from ..layers import RREConvModule, RRELiftingConv
 from ..layers.base import check_positive_int
 from ..layers.builders import build_activation
 from ..layers.csp_layer import factorized_module, pointwise_module
 from ..layers.rotation import check_group_order
-from .rrenet import check_frozen_stages, check_out_indices
+from .backbone_base import RREBackboneBase, check_frozen_stages, check_out_indices
 
 
 class RREBasicBlock(nn.Module):
@@ -61,7 +59,7 @@ class RREBottleneckBlock(RREBasicBlock):
 
 
 @MODELS.register_module()
-class RREResNet(BaseModule):
+class RREResNet(RREBackboneBase):
     r"""ResNet-style backbone of relaxed rotation-equivariant convolutions.
 
     Built from the layers of `"Relaxed Rotational Equivariance via G-Biases in
@@ -165,30 +163,11 @@ class RREResNet(BaseModule):
 
         self._freeze_stages()
 
-    @property
-    def out_channels(self) -> list:
-        """Channels of each returned level, as FPN's ``in_channels`` needs them."""
-        scale = 1 if self.pool_outputs else self.group_order
-        return [self.out_fields[i] * scale for i in self.out_indices]
-
-    def _freeze_stages(self) -> None:
+    def _frozen_modules(self) -> list:
         if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [getattr(self, name)
-                                for name in self.res_layers[:self.frozen_stages]]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'RREResNet':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-        return self
+            return []
+        return [self.stem] + [getattr(self, name)
+                              for name in self.res_layers[:self.frozen_stages]]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Return one tensor per stage in ``out_indices``; ``x`` is ``[B, 3, H, W]``."""
@@ -197,5 +176,5 @@ class RREResNet(BaseModule):
         for index, name in enumerate(self.res_layers):
             x = getattr(self, name)(x)
             if index in self.out_indices:
-                outputs.append(group_pool(x, self.group_order) if self.pool_outputs else x)
+                outputs.append(self._level_output(x))
         return tuple(outputs)

@@ -1,38 +1,18 @@
 """RRENet: YOLOv8-style backbone of relaxed rotation-equivariant convolutions."""
-import math
 from typing import Optional, Sequence, Tuple
 
 from mmdet.registry import MODELS
-from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import RREConvModule, RRELiftingConv, group_pool
+from ..layers import RREConvModule, RRELiftingConv
 from ..layers.csp_layer import RRECSPLayer, factorized_module
 from ..layers.rotation import check_group_order
 from ..layers.sppf import RRESPPF
-
-
-def check_out_indices(out_indices: Sequence[int], num_levels: int) -> Tuple[int, ...]:
-    """Raise ``ValueError`` unless every index is in ``[0, num_levels)``."""
-    indices = tuple(out_indices)
-    if not indices or any(not isinstance(i, int) or not 0 <= i < num_levels
-                          for i in indices):
-        raise ValueError(f'out_indices={out_indices!r} is invalid: use ints in '
-                         f'[0, {num_levels - 1}], e.g. (2, 3, 4).')
-    return indices
-
-
-def check_frozen_stages(frozen_stages: int, num_levels: int) -> int:
-    """Raise ``ValueError`` unless ``-1 <= frozen_stages < num_levels``."""
-    if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < num_levels:
-        raise ValueError(f'frozen_stages={frozen_stages!r} is invalid: use -1 (train all) '
-                         f'up to {num_levels - 1}.')
-    return frozen_stages
+from .backbone_base import RREBackboneBase, check_frozen_stages, check_out_indices
 
 
 @MODELS.register_module()
-class RRENet(BaseModule):
+class RRENet(RREBackboneBase):
     r"""YOLOv8-style backbone of relaxed rotation-equivariant convolutions
     (RREDet's backbone) from `"Relaxed Rotational Equivariance via G-Biases
     in Vision" <https://arxiv.org/abs/2408.12454>`_ (Wu et al., AAAI 2025).
@@ -155,27 +135,8 @@ class RRENet(BaseModule):
 
         self._freeze_stages()
 
-    @property
-    def out_channels(self) -> list:
-        """Channels of each returned level, as a neck's ``in_channels`` needs them."""
-        scale = 1 if self.pool_outputs else self.group_order
-        return [self.out_fields[i] * scale for i in self.out_indices]
-
-    def _freeze_stages(self) -> None:
-        for index in range(self.frozen_stages + 1):
-            layer = getattr(self, self.layers[index])
-            layer.eval()
-            for param in layer.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'RRENet':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, _BatchNorm):
-                    module.eval()
-        return self
+    def _frozen_modules(self) -> list:
+        return [getattr(self, name) for name in self.layers[:self.frozen_stages + 1]]
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Return one tensor per level in ``out_indices``; ``x`` is ``[B, 3, H, W]``."""
@@ -183,5 +144,5 @@ class RRENet(BaseModule):
         for index, name in enumerate(self.layers):
             x = getattr(self, name)(x)
             if index in self.out_indices:
-                outputs.append(group_pool(x, self.group_order) if self.pool_outputs else x)
+                outputs.append(self._level_output(x))
         return tuple(outputs)

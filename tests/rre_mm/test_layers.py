@@ -182,13 +182,37 @@ def test_cache_follows_parameter_updates():
     assert torch.allclose(loaded, other(x), atol=ATOL)
 
 
+@pytest.mark.parametrize('layer', [
+    RRELiftingConv(3, 2, bias=True),
+    RREGroupConv(2, 3, 3, 4, bias=True),
+    RREDepthwiseConv(2, 3, 4, bias=True),
+    RREDepthwiseTransposedConv(2, 4, 2, bias=True),
+], ids=['lifting', 'group', 'depthwise', 'transposed'])
+def test_bias_is_cached_refreshed_and_deployed(layer):
+    layer = layer.double()
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(1, layer.in_channels, 6, 6, dtype=torch.double)
+    expected = layer.train()(x).detach()
+
+    layer.eval()
+    with torch.no_grad():
+        cached = layer(x)
+        layer.bias.add_(1.0)
+        shifted = layer(x)
+        plain = layer.to_plain()(x)
+    assert torch.allclose(cached, expected, atol=ATOL)
+    assert torch.allclose(shifted, expected + 1.0, atol=ATOL)
+    assert torch.allclose(plain, shifted, atol=ATOL)
+
+
 def test_cache_dropped_by_train():
     layer = RRELiftingConv(3, 2).eval()
     with torch.no_grad():
         layer(torch.randn(1, 3, 5, 5))
-    assert layer._cached_weight is not None
+    assert layer._cache is not None
     layer.train()
-    assert layer._cached_weight is None
+    assert layer._cache is None
 
 
 def test_eval_with_grad_enabled_backpropagates():
