@@ -19,10 +19,16 @@ parallelepiped can come within :math:`r` (see :func:`_reachable_shifts`). The ra
 from the atomic density and is raised to the largest k-th neighbour distance found, so a
 second pass is always complete. Non-periodic directions (``pbc`` false) take no shifts.
 
-Structures with the same atom count are computed together. Among those, structures with
-similar shift ranges share one merged grid, because every block has a fixed cost (about a
-millisecond on CPU, an estimate). A larger grid only adds true lattice images, so results do not depend on
-the grouping.
+In the PyTorch search, structures with the same atom count are computed together. Among
+those, structures with similar shift ranges share one merged grid, because every block has a
+fixed cost (about a millisecond on CPU, an estimate). A larger grid only adds true lattice
+images, so results do not depend on the grouping.
+
+Two engines run this search with the same results. On CPU a compiled kernel
+(:mod:`pyg_wpdd._compiled_search`, numba) searches one structure after another with no
+per-block cost; its first call in a fresh environment compiles it (about 12 s on one core),
+later processes load it from numba's cache. Tensors on another device, machines without numba,
+and ``PYG_WPDD_SEARCH=torch`` use the vectorised PyTorch search below.
 
 All distances are computed in float64 and returned as float32, on the device of ``pos``.
 Candidates are selected on squared distances; the square root is taken of the selected ones.
@@ -37,9 +43,11 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -588,18 +596,21 @@ def _as_structure(pos: Tensor, cell: Tensor, pbc: Optional[Tensor], position: in
                          f'got {tuple(pos.shape)}.')
     if pos.shape[0] == 0:
         raise ValueError(f'Structure {position} has no atoms; give at least one.')
-    cell = cell.reshape(-1, 3, 3) if cell.numel() == 9 else cell
-    if cell.shape[-2:] != (3, 3) or cell.numel() != 9:
-        raise ValueError(f'Structure {position}: cell must have shape [3, 3] or [1, 3, 3], '
-                         f'got {tuple(cell.shape)}.')
+    if cell.shape != (3, 3):
+        if cell.numel() != 9 or cell.shape[-2:] != (3, 3):
+            raise ValueError(f'Structure {position}: cell must have shape [3, 3] or '
+                             f'[1, 3, 3], got {tuple(cell.shape)}.')
+        cell = cell.reshape(3, 3)
     if pbc is None:
         pbc = _ALL_PERIODIC
     elif not isinstance(pbc, Tensor) or pbc.dtype != torch.bool:
         pbc = torch.as_tensor(pbc, dtype=torch.bool)
-    pbc = pbc.reshape(-1)
-    if pbc.numel() != 3:
-        raise ValueError(f'Structure {position}: pbc must have 3 entries, got {pbc.numel()}.')
-    return pos, cell.reshape(3, 3), pbc
+    if pbc.shape != (3,):
+        if pbc.numel() != 3:
+            raise ValueError(f'Structure {position}: pbc must have 3 entries, got '
+                             f'{pbc.numel()}.')
+        pbc = pbc.reshape(3)
+    return pos, cell, pbc
 
 
 def _check_k(k: int, name: str = 'k') -> None:
@@ -621,11 +632,16 @@ def _run_search(structures: Sequence[StructureTuple], k_edge: Optional[int],
         raise ValueError(f'tie_tol must be a non-negative distance in Å, got {tie_tol!r}.')
 
     converted = [_as_structure(p, c, b, i) for i, (p, c, b) in enumerate(structures)]
-    for i, (pos, _, pbc) in enumerate(converted):
-        if not bool(pbc.any()) and pos.shape[0] - 1 < k:
-            raise ValueError(
-                f'Structure {i} is not periodic in any direction and has {pos.shape[0]} atoms, '
-                f'so it has fewer than k={k} neighbours. Lower k or set pbc=True.')
+    if converted:
+        any_periodic = torch.stack([pbc.cpu() for _, _, pbc in converted]).any(dim=1).tolist()
+        for i, ((pos, _, _), periodic) in enumerate(zip(converted, any_periodic)):
+            if not periodic and pos.shape[0] - 1 < k:
+                raise ValueError(
+                    f'Structure {i} is not periodic in any direction and has {pos.shape[0]} '
+                    f'atoms, so it has fewer than k={k} neighbours. Lower k or set pbc=True.')
+
+    if _use_compiled(converted):
+        return _run_compiled(converted, k_edge, k_dist, tie_tol)
 
     by_size: dict = {}
     for i, (pos, _, _) in enumerate(converted):
@@ -654,6 +670,82 @@ def _run_search(structures: Sequence[StructureTuple], k_edge: Optional[int],
             radius[todo[again]] = retry[again]
             todo = todo[again]
     return [results[i] for i in range(len(structures))]
+
+
+def _use_compiled(converted: list) -> bool:
+    """Use the compiled CPU kernel unless a tensor is on another device or it is switched off.
+
+    ``PYG_WPDD_SEARCH=torch`` selects the vectorised PyTorch search on CPU too.
+    """
+    if os.environ.get('PYG_WPDD_SEARCH', 'auto') == 'torch':
+        return False
+    if any(pos.device.type != 'cpu' or cell.device.type != 'cpu' for pos, cell, _ in converted):
+        return False
+    return _compiled_search() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_search():
+    try:
+        from . import _compiled_search as module  # noqa: PLC0415
+    except ImportError:  # numba is missing: the PyTorch search serves CPU too.
+        return None
+    return module
+
+
+def _run_compiled(converted: list, k_edge: Optional[int], k_dist: Optional[int],
+                  tie_tol: float) -> list:
+    """Search all structures with the compiled CPU kernel; same results as the PyTorch one."""
+    counts = [pos.shape[0] for pos, _, _ in converted]
+    pos = torch.cat([p for p, _, _ in converted]).to(torch.float64)
+    cell = torch.stack([c for _, c, _ in converted]).to(torch.float64)
+    pbc = torch.stack([b for _, _, b in converted])
+    if not (bool(torch.isfinite(pos).all()) and bool(torch.isfinite(cell).all())):
+        atom_finite = torch.isfinite(pos).all(dim=1)
+        finite = torch.isfinite(cell).flatten(1).all(1)
+        finite &= torch.stack([part.all() for part in torch.split(atom_finite, counts)])
+        raise ValueError(f'Structure {int((~finite).nonzero()[0])}: pos or cell contains '
+                         'NaN or inf.')
+
+    full = cell
+    partial = (~pbc).any(dim=1)
+    if bool(partial.any()):
+        full = cell.clone()
+        for b in partial.nonzero().flatten().tolist():
+            full[b] = _complete_cell(cell[b], pbc[b])
+    volume = torch.linalg.det(full).abs()
+    if bool((volume < 1e-8).any()):
+        bad = int((volume < 1e-8).nonzero()[0])
+        raise ValueError(
+            f'Structure {bad} has a singular cell (volume {float(volume[bad]):.3g} Å^3). '
+            'Give three linearly independent lattice vectors, or mark empty directions as '
+            'non-periodic with pbc=False.')
+    eigenvalues = torch.linalg.eigvalsh(full @ full.transpose(1, 2))
+    # eigvalsh is backward stable: lowering by 1e-12 of the largest bounds its error.
+    smallest = (eigenvalues[:, 0] - 1e-12 * eigenvalues[:, -1]).clamp_min(0.0)
+    starts = torch.zeros(len(counts) + 1, dtype=torch.long)
+    starts[1:] = torch.tensor(counts).cumsum(0)
+
+    edge_j, edge_i, edge_shift, edge_vec, edge_dist, edge_counts, distances = \
+        _compiled_search().search_structures(
+            pos.numpy(), starts.numpy(), cell.numpy(), full.numpy(),
+            torch.linalg.inv(full).numpy(), pbc.numpy(), perpendicular_widths(full).numpy(),
+            volume.numpy(), smallest.numpy(), k_edge or 0, k_dist or 0, float(tie_tol),
+            SORT_QUANTUM)
+
+    per_structure_distances = [None] * len(counts)
+    if k_dist:
+        per_structure_distances = torch.split(torch.from_numpy(distances).float(), counts)
+    if not k_edge:
+        return [(None, d) for d in per_structure_distances]
+    sizes = edge_counts.tolist()
+    edge_index = torch.split(torch.from_numpy(np.stack([edge_j, edge_i])), sizes, dim=1)
+    edge_dist = torch.split(torch.from_numpy(edge_dist).float(), sizes)
+    edge_vec = torch.split(torch.from_numpy(edge_vec).float(), sizes)
+    edge_shift = torch.split(torch.from_numpy(edge_shift), sizes)
+    return [(PeriodicNeighbors(edge_index=e, edge_dist=d, edge_vec=v, edge_shift=s), dist)
+            for e, d, v, s, dist in zip(edge_index, edge_dist, edge_vec, edge_shift,
+                                        per_structure_distances)]
 
 
 def periodic_knn(pos: Tensor, cell: Tensor, pbc: Optional[Tensor] = None, k: int = 16,

@@ -33,6 +33,9 @@ MODELS = {
     'rrenet': 'rtmdet_rrenet-n_bccd.py',
     'rrenet-strict': 'rtmdet_rrenet-n-strict_bccd.py',
     'cspnext': 'rtmdet_cspnext-tiny_bccd.py',
+    'retinanet-rreresnet18': 'retinanet_rreresnet18_bccd.py',
+    'retinanet-rreresnet18-strict': 'retinanet_rreresnet18-strict_bccd.py',
+    'retinanet-r18': 'retinanet_r18_bccd.py',
 }
 MAP_KEY = 'pascal_voc/mAP'
 
@@ -280,10 +283,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, object]]:
           f'(batch {args.batch_size}, 320x240):')
     print('(upright: tools/test.py on the saved checkpoint; rot90: Rot90(k=1) '
           'on every val image)')
-    print(f'{"model":<15}{"iters":>7}{"minutes":>9}{"params":>11}'
+    print(f'{"model":<30}{"iters":>7}{"minutes":>9}{"params":>11}'
           f'{"upright":>9}{"rot90":>8}')
     for name, res in results.items():
-        print(f'{name:<15}{res["trained_iters"]:>7}{res["train_minutes"]:>9}'
+        print(f'{name:<30}{res["trained_iters"]:>7}{res["train_minutes"]:>9}'
               f'{res["params"]:>11}{res["val_map50_upright"]:>9.3f}'
               f'{res["val_map50_rot90"]:>8.3f}')
     print('\nWrote:')
