@@ -79,6 +79,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "momentum": 0.9,
         "weight_decay": 5e-4,
         "pgd_steps": 10,
+        # Clip the total gradient norm after the TSCNC gradients (also in fine-tuning); None
+        # leaves gradients alone. The exact condition form needs it, see regularize().
+        "clip_grad_norm": None,
     },
     "pruning": {
         "mode": "unstructured",
@@ -213,6 +216,9 @@ def validate_config(config: dict) -> dict:
         _require(_is_number(values["lr"]) and values["lr"] > 0, f"{section}.lr must be positive, got {values['lr']!r}")
         _require(_is_int(values["pgd_steps"]) and values["pgd_steps"] >= 0,
                  f"{section}.pgd_steps must be an integer >= 0 (0 trains on clean images), got {values['pgd_steps']!r}")
+    clip = config["train"]["clip_grad_norm"]
+    _require(clip is None or (_is_number(clip) and clip > 0),
+             f"train.clip_grad_norm must be a positive number or null (no clipping), got {clip!r}")
 
     pruning = config["pruning"]
     _require(pruning["mode"] in PRUNING_MODES,
@@ -356,6 +362,7 @@ def adversarial_epochs(
     generator: torch.Generator | None = None,
     description: str = "train",
     progress: bool = True,
+    clip_grad_norm: float | None = None,
 ) -> list[dict]:
     """Run PGD adversarial training; return per-epoch mean loss and adversarial accuracy.
 
@@ -363,8 +370,9 @@ def adversarial_epochs(
     ``DistributedSampler``. The pipeline's command line itself runs one process.
 
     The order inside each batch is ``loss.backward()``, ``pruner.regularize(model)`` (TSCNC
-    gradients), ``masks.mask_gradients()``, ``optimizer.step()``, ``masks.apply()``, so pruned
-    weights stay exactly zero whatever the regulariser, momentum or weight decay do.
+    gradients), ``masks.mask_gradients()``, clipping the total gradient norm to
+    ``clip_grad_norm`` (when given), ``optimizer.step()``, ``masks.apply()``, so pruned weights
+    stay exactly zero whatever the regulariser, momentum or weight decay do.
     """
     device = next(model.parameters()).device
     # The attack needs only input gradients. Under DistributedDataParallel a forward pass through
@@ -394,6 +402,8 @@ def adversarial_epochs(
                 pruner.regularize(model)
             if masks is not None:
                 masks.mask_gradients()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
             if masks is not None:
                 masks.apply()
@@ -574,7 +584,8 @@ def run_arm(arm: str, config: dict, train_set, test_images, test_labels, out_dir
     optimizer, scheduler = _make_optimizer(model, train["lr"], train["momentum"], train["weight_decay"], train["epochs"])
     history = adversarial_epochs(model, loader, train["epochs"], optimizer, scheduler, eps, step_size,
                                  train["pgd_steps"], pruner=pruner, generator=generator,
-                                 description=f"{arm}: adversarial training", progress=progress)
+                                 description=f"{arm}: adversarial training", progress=progress,
+                                 clip_grad_norm=train["clip_grad_norm"])
 
     dense_result = evaluate_model(model, test_images, test_labels, config,
                                   attack_it=config["evaluation"]["attack_dense"], progress=progress)
@@ -621,7 +632,8 @@ def _prune_and_finetune(arm, dense_model, ratio, config, loader, test_images, te
                                            config["train"]["weight_decay"], finetune["epochs"])
     history = adversarial_epochs(model, loader, finetune["epochs"], optimizer, scheduler, eps, step_size,
                                  finetune["pgd_steps"], pruner=pruner, masks=masks, generator=generator,
-                                 description=f"{arm}: fine-tuning at {ratio:.0%}", progress=progress)
+                                 description=f"{arm}: fine-tuning at {ratio:.0%}", progress=progress,
+                                 clip_grad_norm=config["train"]["clip_grad_norm"])
 
     result = {"pruning_ratio": ratio, "pruning_mode": mode}
     result.update(evaluate_model(model, test_images, test_labels, config, progress=progress))

@@ -296,6 +296,10 @@ class TSCNCPruner(tp.pruner.BasePruner):
             matrix), :obj:`"exact"` (extreme singular values from the float64 Gram
             matrix, closed-form gradient) or :obj:`"exact_svd"` (the same value through
             an SVD, several times slower on CPU). (default: :obj:`"cheap"`)
+            NOTE: the exact forms' gradient grows as :math:`1 / \sigma_k`. A square layer at
+            random initialisation can have :math:`\kappa` near 2000, and without gradient
+            clipping one SGD step then overshoots: training diverged with
+            ``lambda_cond=0.02``. Clip the total gradient norm after :meth:`regularize`.
         kappa_target (float, optional): condition number the exact forms tolerate, >= 1.
             (default: :obj:`10.0`)
         eps (float, optional): floor (exact forms) or jitter (cheap form) of the condition term.

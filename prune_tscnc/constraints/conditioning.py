@@ -86,6 +86,11 @@ class _GramLogConditionNumber(torch.autograd.Function):
     @staticmethod
     def forward(ctx, wide: Tensor, eps: float) -> Tensor:
         wide64 = wide.to(torch.float64)
+        if not bool(torch.isfinite(wide64).all()):
+            raise ValueError(
+                "A weight matrix contains NaN or inf, so its condition number is undefined: "
+                "training has diverged. Lower lambda_cond or the learning rate, or clip "
+                "gradients (torch.nn.utils.clip_grad_norm_) after regularize().")
         eigenvalues, eigenvectors = torch.linalg.eigh(wide64 @ wide64.transpose(-2, -1))
         tiny = torch.finfo(torch.float64).tiny
         largest = eigenvalues[..., -1].clamp_min(tiny)

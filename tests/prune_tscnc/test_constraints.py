@@ -401,6 +401,13 @@ def test_exact_gradient_is_zero_below_target_and_beyond_floor():
     assert torch.count_nonzero(grad) == 0
 
 
+def test_exact_rejects_non_finite_weights():
+    matrix = torch.ones(3, 4)
+    matrix[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        exact_condition_penalty(matrix)
+
+
 def test_exact_resolves_large_kappa_in_float32():
     # kappa = 1e5 is beyond what a float32 Gram matrix resolves, but not a float64 one.
     matrix = torch.diag(torch.tensor([1.0, 1e-5])).float()

@@ -229,6 +229,22 @@ def test_override_parses_fractions():
     assert config["tscnc"]["lambda_cond"] == 0.01
 
 
+def test_clip_grad_norm_bounds_each_step():
+    model = _model()
+    pruner = TSCNCPruner(model, torch.zeros(1, 3, 32, 32), lambda_sparse=0.0, lambda_cond=10.0,
+                         cond_form="exact", kappa_target=1.0, sparsity="unstructured")
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer, scheduler = _make_optimizer(model, lr=0.1, momentum=0.0, weight_decay=0.0, epochs=1)
+    loader = _tiny_loader()
+    adversarial_epochs(model, loader, 1, optimizer, scheduler, 8 / 255, 2 / 255, 1, pruner=pruner,
+                       progress=False, clip_grad_norm=1e-3)
+
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    moved = float((after - before).norm())
+    assert 0.0 < moved
+    assert moved <= len(loader) * 0.1 * 1e-3 * (1 + 1e-4)
+
+
 @pytest.mark.parametrize(
     "override, match",
     [
@@ -244,6 +260,7 @@ def test_override_parses_fractions():
         ("data.batch_size=0", "data.batch_size"),
         ("seed=1.5", "seed"),
         ("pruning.score=random", "pruning.score"),
+        ("train.clip_grad_norm=0", "train.clip_grad_norm"),
     ],
 )
 def test_bad_config_value_rejected(override, match):
