@@ -27,6 +27,10 @@ from numba import njit
 
 _INF = math.inf
 
+#: Largest box of lattice shifts searched for one structure. More means a periodic direction far
+#: thinner than the neighbour radius (a nearly flat cell), which would exhaust memory.
+MAX_SHIFTS = 2_000_000
+
 
 @njit(cache=True)
 def _grow(array, size):
@@ -90,6 +94,11 @@ def _reachable_shifts(counts, spread, periodic, cell, smallest_eigenvalue, reach
     row of the zero shift.
     """
     total = (2 * counts[0] + 1) * (2 * counts[1] + 1) * (2 * counts[2] + 1)
+    if total > MAX_SHIFTS:
+        raise ValueError(
+            'The neighbour search needs more than 2,000,000 lattice shifts for one structure: '
+            'a periodic direction is far thinner than the neighbour radius. Check the lattice '
+            'vectors, or set pbc=False along that direction.')
     shifts = np.empty((total, 3), dtype=np.int64)
     # The slack keeps shifts at the boundary despite rounding.
     limit = (reach * (1.0 + 1e-9) + 1e-9) ** 2

@@ -72,6 +72,10 @@ _BLOCK_COST = 1 << 15
 # exceed its savings (an estimate).
 _PRUNE_MIN_CANDIDATES = 1 << 17
 
+# Largest box of lattice shifts searched for one structure (the compiled kernel uses the same
+# cap). More means a periodic direction far thinner than the neighbour radius.
+_MAX_SHIFTS = 2_000_000
+
 # Candidates fetched beyond the k-th to catch ties at the k-th distance in one pass.
 _TIE_MARGIN = 8
 
@@ -464,6 +468,13 @@ def _search_group(prep: _Prepared, k_edge: Optional[int], k_dist: Optional[int],
         for g in members[1:]:
             in_plan |= group_of == g
         rows_all = in_plan.nonzero().flatten()
+        if (2 * grid[0] + 1) * (2 * grid[1] + 1) * (2 * grid[2] + 1) > _MAX_SHIFTS:
+            bad = prep.index[(group_of == members[0]).nonzero()[0]].item()
+            raise ValueError(
+                f'Structure {bad}: the neighbour search needs more than {_MAX_SHIFTS:,} lattice '
+                f'shifts (ranges {grid}): a periodic direction is far thinner than the '
+                'neighbour radius. Check the lattice vectors, or set pbc=False along that '
+                'direction.')
         shifts = _shift_grid(grid, prep.pos.device)
         width = m * shifts.shape[0]
         # The coverage of each structure's own range is a lower bound for the merged grid.
@@ -628,8 +639,8 @@ def _run_search(structures: Sequence[StructureTuple], k_edge: Optional[int],
         if value is not None:
             _check_k(value, name)
     k = max(k_edge or 0, k_dist or 0)
-    if not tie_tol >= 0:
-        raise ValueError(f'tie_tol must be a non-negative distance in Å, got {tie_tol!r}.')
+    if not 0 <= tie_tol < math.inf:
+        raise ValueError(f'tie_tol must be a finite non-negative distance in Å, got {tie_tol!r}.')
 
     converted = [_as_structure(p, c, b, i) for i, (p, c, b) in enumerate(structures)]
     if converted:
@@ -696,9 +707,12 @@ def _compiled_search():
 def _run_compiled(converted: list, k_edge: Optional[int], k_dist: Optional[int],
                   tie_tol: float) -> list:
     """Search all structures with the compiled CPU kernel; same results as the PyTorch one."""
+    if not converted:
+        return []
     counts = [pos.shape[0] for pos, _, _ in converted]
-    pos = torch.cat([p for p, _, _ in converted]).to(torch.float64)
-    cell = torch.stack([c for _, c, _ in converted]).to(torch.float64)
+    # The kernel takes NumPy arrays, which cannot carry autograd history.
+    pos = torch.cat([p.detach() for p, _, _ in converted]).to(torch.float64)
+    cell = torch.stack([c.detach() for _, c, _ in converted]).to(torch.float64)
     pbc = torch.stack([b for _, _, b in converted])
     if not (bool(torch.isfinite(pos).all()) and bool(torch.isfinite(cell).all())):
         atom_finite = torch.isfinite(pos).all(dim=1)
@@ -743,9 +757,19 @@ def _run_compiled(converted: list, k_edge: Optional[int], k_dist: Optional[int],
     edge_dist = torch.split(torch.from_numpy(edge_dist).float(), sizes)
     edge_vec = torch.split(torch.from_numpy(edge_vec).float(), sizes)
     edge_shift = torch.split(torch.from_numpy(edge_shift), sizes)
-    return [(PeriodicNeighbors(edge_index=e, edge_dist=d, edge_vec=v, edge_shift=s), dist)
-            for e, d, v, s, dist in zip(edge_index, edge_dist, edge_vec, edge_shift,
-                                        per_structure_distances)]
+    results = [(PeriodicNeighbors(edge_index=e, edge_dist=d, edge_vec=v, edge_shift=s), dist)
+               for e, d, v, s, dist in zip(edge_index, edge_dist, edge_vec, edge_shift,
+                                           per_structure_distances)]
+
+    # Edge vectors from the caller's tensors let gradients reach pos and cell, as in the
+    # PyTorch search. NOTE: the distance tables of this engine carry no gradient.
+    for (edges, _), (p, c, _) in zip(results, converted):
+        if p.requires_grad or c.requires_grad:
+            j, i = edges.edge_index
+            vec = p.double()[j] + edges.edge_shift.double() @ c.double() - p.double()[i]
+            edges.edge_vec = vec.float()
+            edges.edge_dist = torch.linalg.vector_norm(vec, dim=-1).float()
+    return results
 
 
 def periodic_knn(pos: Tensor, cell: Tensor, pbc: Optional[Tensor] = None, k: int = 16,
@@ -763,7 +787,8 @@ def periodic_knn(pos: Tensor, cell: Tensor, pbc: Optional[Tensor] = None, k: int
             (default: all periodic)
         k (int, optional): Number of neighbours per atom. (default: :obj:`16`)
         tie_tol (float, optional): Neighbours within ``d_k + tie_tol`` Å are kept.
-            (default: :obj:`1e-6`)
+            Keep it above rounding (1e-9 Å or more): with ``tie_tol=0`` the PyTorch search
+            can split exact ties that rounding made unequal. (default: :obj:`1e-6`)
 
     Returns:
         PeriodicNeighbors: edges sorted by centre, distance, neighbour and shift.

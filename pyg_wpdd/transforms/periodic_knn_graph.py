@@ -54,8 +54,9 @@ class PeriodicKNNGraph(BaseTransform):
     def __init__(self, k: int = 16, tie_tol: float = DEFAULT_TIE_TOL) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f'k must be a positive integer, got {k!r}.')
-        if not tie_tol >= 0:
-            raise ValueError(f'tie_tol must be a non-negative distance in Å, got {tie_tol!r}.')
+        if not 0 <= tie_tol < float('inf'):
+            raise ValueError(f'tie_tol must be a finite non-negative distance in Å, got '
+                             f'{tie_tol!r}.')
         self.k = k
         self.tie_tol = tie_tol
 

@@ -280,6 +280,20 @@ def test_bad_inputs_raise():
         periodic_knn(torch.full((1, 3), float('nan')), torch.eye(3))
 
 
+def test_nearly_flat_cell_raises():
+    # Volume 3.75e-8 Å^3 passes the singular-cell check, but a 1.5e-9 Å wide periodic direction
+    # would need millions of lattice shifts.
+    cell = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 1.5e-9]],
+                        dtype=torch.float64)
+    with pytest.raises(ValueError, match='lattice shifts'):
+        periodic_knn(torch.zeros(1, 3, dtype=torch.float64), cell, k=16)
+
+
+def test_infinite_tie_tol_raises():
+    with pytest.raises(ValueError, match='tie_tol must be a finite'):
+        periodic_knn(torch.zeros(1, 3), torch.eye(3), k=4, tie_tol=float('inf'))
+
+
 def _embedded_crystals(data_dir):
     csv.field_size_limit(sys.maxsize)
     with open(data_dir / 'perov_5' / 'val.csv', newline='') as handle:
