@@ -684,13 +684,14 @@ def _run_search(structures: Sequence[StructureTuple], k_edge: Optional[int],
 
 
 def _use_compiled(converted: list) -> bool:
-    """Use the compiled CPU kernel unless a tensor is on another device or it is switched off.
+    """Use the compiled CPU kernel unless the positions are on another device or it is off.
 
-    ``PYG_WPDD_SEARCH=torch`` selects the vectorised PyTorch search on CPU too.
+    ``PYG_WPDD_SEARCH=torch`` selects the vectorised PyTorch search on CPU too. Only the first
+    structure is looked at: both searches stack all structures, which fails for mixed devices.
     """
     if os.environ.get('PYG_WPDD_SEARCH', 'auto') == 'torch':
         return False
-    if any(pos.device.type != 'cpu' or cell.device.type != 'cpu' for pos, cell, _ in converted):
+    if not converted or converted[0][0].device.type != 'cpu':
         return False
     return _compiled_search() is not None
 
@@ -712,8 +713,9 @@ def _run_compiled(converted: list, k_edge: Optional[int], k_dist: Optional[int],
     counts = [pos.shape[0] for pos, _, _ in converted]
     # The kernel takes NumPy arrays, which cannot carry autograd history.
     pos = torch.cat([p.detach() for p, _, _ in converted]).to(torch.float64)
-    cell = torch.stack([c.detach() for _, c, _ in converted]).to(torch.float64)
-    pbc = torch.stack([b for _, _, b in converted])
+    # Cells and pbc may sit on another device than the positions, as in the PyTorch search.
+    cell = torch.stack([c.detach().cpu() for _, c, _ in converted]).to(torch.float64)
+    pbc = torch.stack([b.cpu() for _, _, b in converted])
     if not (bool(torch.isfinite(pos).all()) and bool(torch.isfinite(cell).all())):
         atom_finite = torch.isfinite(pos).all(dim=1)
         finite = torch.isfinite(cell).flatten(1).all(1)

@@ -24,7 +24,10 @@ def crystal_tensors(data: Data, transform: str) -> Tuple[Tensor, Tensor, Tensor]
         raise ValueError(
             f'{transform} works on one crystal at a time, but data.cell has shape '
             f'{tuple(cell.shape)}. Apply it as a (pre_)transform before batching.')
-    pbc = data['pbc'] if 'pbc' in data else None
+    try:
+        pbc = data['pbc']
+    except KeyError:
+        pbc = None
     if pbc is None:
         pbc = torch.ones(3, dtype=torch.bool, device=pos.device)
     if cell.shape != (3, 3):
