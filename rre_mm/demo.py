@@ -289,6 +289,12 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Dict[str, object]]:
         print(f'{name:<30}{res["trained_iters"]:>7}{res["train_minutes"]:>9}'
               f'{res["params"]:>11}{res["val_map50_upright"]:>9.3f}'
               f'{res["val_map50_rot90"]:>8.3f}')
+    for name, res in results.items():
+        if res['trained_iters'] < args.iters:
+            print(f'NOTE: {name} trained {res["trained_iters"]} of {args.iters} iterations '
+                  f'before the {args.minutes:g}-minute budget ran out, so its mAPs are far '
+                  'below those of a full run. Rerun on a less busy machine, or raise '
+                  '--minutes.')
     print('\nWrote:')
     for name, res in results.items():
         print(f'  {res["checkpoint"]}')
