@@ -41,6 +41,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import accuracy, evaluate_autoattack, evaluate_pgd, pgd_attack
+from .constraints.checks import CONDITION_FORMS
 from .data import CIFAR10Folder, default_data_root, make_loader, train_transform
 from .masks import SCORES, MaskSet, global_magnitude_prune, sparsity_summary
 from .models import MODEL_NAMES, build_model, resize_to_state_dict
@@ -233,6 +234,8 @@ def validate_config(config: dict) -> dict:
     for key in ("lambda_sparse", "lambda_cond", "finetune_lambda_sparse"):
         _require(_is_number(tscnc[key]) and tscnc[key] >= 0, f"tscnc.{key} must be a number >= 0, got {tscnc[key]!r}")
     _require(_is_number(tscnc["a"]) and tscnc["a"] > 0, f"tscnc.a must be positive, got {tscnc['a']!r}")
+    _require(tscnc["cond_form"] in CONDITION_FORMS,
+             f"tscnc.cond_form must be one of {list(CONDITION_FORMS)}, got {tscnc['cond_form']!r}")
     _require(_is_number(tscnc["kappa_target"]) and tscnc["kappa_target"] >= 1,
              f"tscnc.kappa_target must be >= 1, got {tscnc['kappa_target']!r}")
 

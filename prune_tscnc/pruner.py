@@ -76,7 +76,7 @@ class TSCNCTerm:
         self.lambda_sparse = check_non_negative(lambda_sparse, "lambda_sparse")
         self.lambda_cond = check_non_negative(lambda_cond, "lambda_cond")
         self.a = check_transform_a(a)
-        check_condition_args(cond_form, kappa_target, eps)
+        check_condition_args(cond_form, kappa_target, eps, form_argument="cond_form")
         check_sparsity_mode(sparsity)
         if isinstance(cond_every, bool) or not isinstance(cond_every, int) or cond_every < 1:
             raise ValueError(f"`cond_every` must be an integer >= 1, got {cond_every!r}.")
@@ -271,15 +271,16 @@ class TSCNCPruner(tp.pruner.BasePruner):
                 optimizer.step()
         pruner.step()
 
-    The model may be wrapped in :obj:`DistributedDataParallel` or :obj:`DataParallel` after
-    the pruner is built (build the pruner on the bare model). :meth:`regularize` runs after
+    The model may be wrapped in :obj:`DistributedDataParallel` or :obj:`DataParallel` before
+    or after the pruner is built; the pruner traces the module inside the wrapper. :meth:`regularize` runs after
     DDP has averaged the gradients, on each rank's own copy of the weights. DDP keeps those
     copies identical, so every rank adds the same TSCNC gradient and the ranks stay in
     step. Layers masked with :obj:`torch.nn.utils.prune` are regularised through their
     effective weight ``weight_orig * weight_mask``; the gradient lands on ``weight_orig``.
 
     Args:
-        model (torch.nn.Module): the model to prune (not wrapped).
+        model (torch.nn.Module): the model to prune; a DistributedDataParallel or
+            DataParallel wrapper is unwrapped.
         example_inputs (torch.Tensor or list): inputs for Torch-Pruning's graph tracing.
         importance (callable, optional): group importance for :meth:`step`.
             (default: :obj:`tp.importance.GroupMagnitudeImportance(p=2)`)
@@ -361,6 +362,11 @@ class TSCNCPruner(tp.pruner.BasePruner):
         **kwargs: Any,
     ):
         check_module(model)
+        if isinstance(pruning_ratio, bool) or not isinstance(pruning_ratio, (int, float)) \
+                or not 0 <= pruning_ratio < 1:
+            raise ValueError(
+                f"`pruning_ratio` must be a fraction in [0, 1), got {pruning_ratio!r}: it is the "
+                "share of channels to remove, e.g. 0.5.")
         unknown = sorted(set(kwargs) - set(_FOREIGN_PRUNER_ARGUMENTS))
         if unknown:
             raise TypeError(f"TSCNCPruner got unexpected keyword arguments {unknown}.")

@@ -14,6 +14,7 @@ import argparse
 import csv
 import io
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch_geometric.loader import DataLoader
 
+from ._files import give_default_permissions
 from ._train_config import build_model, build_transform, load_config, resolve_device
 from .io import read_structure
 from .transforms import transform_batch
@@ -40,7 +42,15 @@ def load_checkpoint(path: Any, device: Optional[torch.device] = None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: '{path}'")
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as error:
+        # torch's message would suggest weights_only=False, which is unsafe for a file of
+        # unknown origin and would not make it a pyg_wpdd checkpoint either.
+        raise ValueError(
+            f"'{path}' is not a checkpoint written by pyg_wpdd.train (torch.load failed with "
+            f"{type(error).__name__}). Pass the checkpoint.pt from the training --out-dir."
+        ) from None
     for key in ('model_state', 'config', 'target_mean', 'target_std'):
         if not isinstance(checkpoint, dict) or key not in checkpoint:
             raise ValueError(f"'{path}' is not a pyg_wpdd.train checkpoint: key '{key}' is "
@@ -80,12 +90,16 @@ def find_structure_files(paths: Sequence[Any]) -> List[Path]:
 
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, checkpoint: Dict[str, Any], files: Sequence[Path],
-                  batch_size: int = 64, device: Optional[torch.device] = None
-                  ) -> List[Dict[str, Any]]:
-    """Returns one row per file: ``file``, ``material_id`` and a prediction per target."""
+                  batch_size: int = 64, device: Optional[torch.device] = None,
+                  **read_options: Any) -> List[Dict[str, Any]]:
+    """Returns one row per file: ``file``, ``material_id`` and a prediction per target.
+
+    ``read_options`` (``format``, ``occupancy``, ``merge_tol``) go to
+    :func:`~pyg_wpdd.io.read_structure` for every file.
+    """
     device = device or torch.device('cpu')
     config = checkpoint['config']
-    crystals = [read_structure(path) for path in files]
+    crystals = [read_structure(path, **read_options) for path in files]
     graphs = transform_batch(build_transform(config['graph']), crystals)
 
     mean = torch.tensor(checkpoint['target_mean'], device=device)
@@ -126,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help='crystals per forward pass (default: 64)')
     parser.add_argument('--device', default='auto',
                         help="'auto' (CUDA if available), 'cpu' or 'cuda[:N]' (default: auto)")
+    parser.add_argument('--format', default=None,
+                        help="ASE format of every input, e.g. 'cif' or 'vasp' "
+                             '(default: guessed from each file name)')
+    parser.add_argument('--occupancy', choices=['error', 'majority'], default='error',
+                        help="partially occupied sites: 'error' stops, 'majority' keeps the "
+                             'main species of each site (default: error)')
+    parser.add_argument('--merge-tol', type=float, default=None, metavar='ANGSTROM',
+                        help='merge atoms closer than this distance instead of stopping '
+                             '(default: stop on atoms closer than 1e-3 Å)')
     return parser
 
 
@@ -134,10 +157,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     if args.batch_size < 1:
         raise ValueError(f'--batch-size must be a positive integer (got {args.batch_size})')
     device = resolve_device(args.device)
-
     model, checkpoint = load_checkpoint(args.checkpoint, device)
     files = find_structure_files(args.inputs)
-    rows = predict_files(model, checkpoint, files, args.batch_size, device)
+    rows = predict_files(model, checkpoint, files, args.batch_size, device,
+                         format=args.format, occupancy=args.occupancy, merge_tol=args.merge_tol)
 
     text = rows_to_csv(rows)
     print(text, end='')
@@ -147,10 +170,24 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f'.{output.name}.')
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text)
+        give_default_permissions(tmp)
         os.replace(tmp, output)
         print(f'wrote {output}')
     return rows
 
 
+def _command_line() -> None:
+    """Run :func:`main`, turning bad input into a usage error instead of a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        message = str(error)
+        # read_structure names its Python options; the message adds the matching flags.
+        if any(option in message for option in ('occupancy=', 'merge_tol=', 'format=')):
+            message += ('\n(On this command line, --format, --occupancy and --merge-tol set '
+                        'those options of read_structure.)')
+        build_parser().error(message)
+
+
 if __name__ == '__main__':
-    main()
+    _command_line()

@@ -34,6 +34,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from ._files import give_default_permissions
 from ._train_config import (build_model, build_transform, load_config, parse_overrides,
                               resolve_device)
 from ._train_data import load_crystals, split_indices
@@ -94,6 +95,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -106,6 +108,7 @@ def atomic_write_text(text: str, path: Path) -> None:
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             f.write(text)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -144,6 +147,7 @@ def save_parity_plot(results: Dict[str, Tuple[Tensor, Tensor]], path: Path, targ
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -339,5 +343,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return metrics
 
 
+def _command_line() -> None:
+    """Run :func:`main`, turning bad input into a usage error instead of a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        build_parser().error(str(error))
+
+
 if __name__ == '__main__':
-    main()
+    _command_line()

@@ -42,10 +42,13 @@ def check_transform_a(a: Any) -> float:
     return float(a)
 
 
-def check_condition_args(form: Any, kappa_target: Any, eps: Any) -> None:
-    """Raise ValueError or TypeError for an invalid condition-constraint setting."""
+def check_condition_args(form: Any, kappa_target: Any, eps: Any, form_argument: str = "form") -> None:
+    """Raise ValueError or TypeError for an invalid condition-constraint setting.
+
+    ``form_argument`` is the caller's name for the form (``cond_form`` in the pruners).
+    """
     if form not in CONDITION_FORMS:
-        raise ValueError(f"`form` must be one of {CONDITION_FORMS}, got {form!r}.")
+        raise ValueError(f"`{form_argument}` must be one of {CONDITION_FORMS}, got {form!r}.")
     if isinstance(kappa_target, bool) or not isinstance(kappa_target, (int, float)):
         raise TypeError(f"`kappa_target` must be a number, got {type(kappa_target).__name__}.")
     if not math.isfinite(kappa_target) or kappa_target < 1:

@@ -10,6 +10,8 @@ from typing import Any, Iterable, List, Sequence
 
 from torch_geometric.data import Data, InMemoryDataset
 
+from .._files import give_default_permissions
+
 # Bump when the processed format changes, so that old caches are rebuilt.
 CACHE_VERSION = 1
 
@@ -41,6 +43,7 @@ def save_atomic(data_list: Sequence[Data], path: str) -> None:
     os.close(handle)
     try:
         InMemoryDataset.save(list(data_list), tmp)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -61,8 +61,10 @@ class WPDD(BaseTransform):
         w_i^{\text{mass}} = \frac{M_i}{\frac{1}{m}\sum_j M_j}, \quad
         w_i^{\text{uniform}} = 1.
 
-    Stored as ``data.wpdd`` ``[num_atoms, k + 1]`` float32, one row per atom (rows are not
-    collapsed, so they stay aligned with the nodes).
+    Stored as ``data.wpdd`` ``[num_atoms, k + 1]`` float32, distances in Å, one row per atom
+    (rows are not collapsed, so they stay aligned with the nodes). The transform runs its own
+    exact periodic neighbour search (:mod:`pyg_wpdd.neighbors`), so it needs only ``pos``,
+    ``cell`` and ``z``, not a :class:`PeriodicKNNGraph` first.
 
     .. warning::
         ``weighting='paper'`` is the form used by the PDDFormer authors' code. It divides by

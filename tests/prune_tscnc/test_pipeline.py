@@ -261,6 +261,7 @@ def test_clip_grad_norm_bounds_each_step():
         ("seed=1.5", "seed"),
         ("pruning.score=random", "pruning.score"),
         ("train.clip_grad_norm=0", "train.clip_grad_norm"),
+        ("tscnc.cond_form=svd", "tscnc.cond_form"),
     ],
 )
 def test_bad_config_value_rejected(override, match):
@@ -323,3 +324,16 @@ def test_ddp_training_keeps_masks_and_sync(tmp_path):
     for name, mask in first["masks"].items():
         weight = first["state"][f"{name}.weight"]
         assert int((weight[~mask] != 0).sum()) == 0, name
+
+
+def test_demo_comparison_line_reports_every_attack():
+    from prune_tscnc.demo import compare_arms
+
+    def arm(kappa, pgd, autoattack):
+        return {"pruned": [{"pruning_ratio": 0.9, "pgd_steps": 20, "mean_log10_kappa": kappa,
+                            "pgd_acc": pgd, "autoattack_acc": autoattack, "autoattack_images": 100}]}
+
+    (line,) = compare_arms({"arms": {"baseline": arm(1.4, 0.20, 0.16), "tscnc": arm(0.3, 0.21, 0.10)}})
+    assert "by 1.10 decades" in line
+    assert "PGD-20 accuracy changes by +1.0 points" in line
+    assert "AutoAttack accuracy by -6.0 points (on 100 images" in line

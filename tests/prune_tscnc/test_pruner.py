@@ -381,6 +381,17 @@ def test_wrap_rejects_bad_input():
         wrapped.regularize(model, strength=1e-4)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(pruning_ratio=1.5), "`pruning_ratio` must be a fraction"),
+    (dict(pruning_ratio=1.0), "`pruning_ratio` must be a fraction"),
+    (dict(cond_form="svd"), "`cond_form` must be one of"),
+])
+def test_pruner_rejects_bad_arguments(kwargs, match):
+    model = _make_model()
+    with pytest.raises(ValueError, match=match):
+        TSCNCPruner(model, _inputs(), **kwargs)
+
+
 def test_signature_covers_base_pruner():
     base = inspect.signature(tp.pruner.BasePruner.__init__).parameters
     ours = inspect.signature(TSCNCPruner.__init__).parameters

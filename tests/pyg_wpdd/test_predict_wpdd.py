@@ -1,5 +1,6 @@
 import csv
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,36 @@ def test_not_a_checkpoint(tmp_path):
 
     with pytest.raises(ValueError, match="key 'model_state' is missing"):
         predict.load_checkpoint(path)
+
+
+def test_cif_is_not_a_checkpoint():
+    with pytest.raises(ValueError, match='is not a checkpoint written by pyg_wpdd.train'):
+        predict.main([str(CIF), str(CIF)])
+
+
+def test_occupancy_flag_reads_partial_site(checkpoint_path, tmp_path):
+    partial = tmp_path / 'partial.cif'
+    partial.write_text(CIF.read_text().replace('Na1 Na1+ 4 a 0. 0. 0. 1. 0 d',
+                                               'Na1 Na1+ 4 a 0. 0. 0. 0.5 0 d'))
+    with pytest.raises(ValueError, match='partially occupied'):
+        predict.main([str(checkpoint_path), str(partial)])
+
+    rows = predict.main([str(checkpoint_path), str(partial), '--occupancy', 'majority'])
+    assert len(rows) == 1
+    assert torch.isfinite(torch.tensor(rows[0]['heat_ref']))
+
+
+def test_command_line_reports_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr('sys.argv', ['predict', str(tmp_path / 'none.pt'), str(CIF)])
+    with pytest.raises(SystemExit) as exit_info:
+        predict._command_line()
+    assert exit_info.value.code == 2
+    assert 'checkpoint not found' in capsys.readouterr().err
+
+
+def test_output_has_default_permissions(checkpoint_path, tmp_path):
+    output = tmp_path / 'predictions.csv'
+    predict.main([str(checkpoint_path), str(CIF), '--output', str(output)])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask
