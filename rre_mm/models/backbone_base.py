@@ -1,4 +1,4 @@
-"""What the RRE backbones share: argument checks, stage freezing, ``norm_eval`` and outputs."""
+"""Shared parts of the RRE backbones: argument checks, stage freezing, ``norm_eval``, outputs."""
 from typing import List, Sequence, Tuple
 
 from mmengine.model import BaseModule
