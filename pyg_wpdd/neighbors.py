@@ -195,6 +195,17 @@ def _close_largest_gap(wrapped: Tensor, offset: Tensor) -> Tuple[Tensor, Tensor]
     return torch.where(below, wrapped + 1.0, wrapped), torch.where(below, offset - 1.0, offset)
 
 
+def _check_volumes(volume: Tensor, index: Tensor) -> None:
+    """Raise ``ValueError`` for the first cell of volume below 1e-8 Å^3 (``index`` names it)."""
+    singular = volume < 1e-8
+    if bool(singular.any()):
+        first = int(singular.nonzero()[0])
+        raise ValueError(
+            f'Structure {int(index[first])} has a singular cell (volume '
+            f'{float(volume[first]):.3g} Å^3). Give three linearly independent lattice '
+            'vectors, or mark empty directions as non-periodic with pbc=False.')
+
+
 def _prepare(index: Tensor, pos: Tensor, cell: Tensor, pbc: Tensor) -> _Prepared:
     """Wrap the atoms of ``B`` structures with ``m`` atoms each into their cells."""
     if bool((~pbc).any()):
@@ -202,13 +213,7 @@ def _prepare(index: Tensor, pos: Tensor, cell: Tensor, pbc: Tensor) -> _Prepared
     else:
         cell_full = cell
 
-    volume = torch.linalg.det(cell_full).abs()
-    if bool((volume < 1e-8).any()):
-        bad = int(index[volume < 1e-8][0])
-        raise ValueError(
-            f'Structure {bad} has a singular cell (volume {float(volume.min()):.3g} Å^3). '
-            'Give three linearly independent lattice vectors, or mark empty directions as '
-            'non-periodic with pbc=False.')
+    _check_volumes(torch.linalg.det(cell_full).abs(), index)
 
     frac = torch.linalg.solve(cell_full.transpose(1, 2), pos.transpose(1, 2)).transpose(1, 2)
     offset = torch.floor(frac)
@@ -730,12 +735,7 @@ def _run_compiled(converted: list, k_edge: Optional[int], k_dist: Optional[int],
         for b in partial.nonzero().flatten().tolist():
             full[b] = _complete_cell(cell[b], pbc[b])
     volume = torch.linalg.det(full).abs()
-    if bool((volume < 1e-8).any()):
-        bad = int((volume < 1e-8).nonzero()[0])
-        raise ValueError(
-            f'Structure {bad} has a singular cell (volume {float(volume[bad]):.3g} Å^3). '
-            'Give three linearly independent lattice vectors, or mark empty directions as '
-            'non-periodic with pbc=False.')
+    _check_volumes(volume, torch.arange(len(counts)))
     eigenvalues = torch.linalg.eigvalsh(full @ full.transpose(1, 2))
     # eigvalsh is backward stable: lowering by 1e-12 of the largest bounds its error.
     smallest = (eigenvalues[:, 0] - 1e-12 * eigenvalues[:, -1]).clamp_min(0.0)
