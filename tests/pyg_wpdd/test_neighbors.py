@@ -1,11 +1,8 @@
-import csv
 import math
-import sys
 
 import pytest
 import torch
 
-from pyg_wpdd.io import read_cif_string, read_structure
 from pyg_wpdd.neighbors import (minimum_image_distances, periodic_knn,
                                 periodic_knn_and_distances_batch, periodic_knn_batch,
                                 periodic_knn_distances, perpendicular_widths)
@@ -292,28 +289,3 @@ def test_nearly_flat_cell_raises():
 def test_infinite_tie_tol_raises():
     with pytest.raises(ValueError, match='tie_tol must be a finite'):
         periodic_knn(torch.zeros(1, 3), torch.eye(3), k=4, tie_tol=float('inf'))
-
-
-def _embedded_crystals(data_dir):
-    csv.field_size_limit(sys.maxsize)
-    with open(data_dir / 'perov_5' / 'val.csv', newline='') as handle:
-        rows = [row for _, row in zip(range(60), csv.DictReader(handle))]
-    structures = [read_cif_string(row['cif'], row['material_id']) for row in rows]
-    structures += [read_structure(path)
-                   for path in sorted((data_dir / 'jarvis_sample').glob('*.vasp'))]
-    return [(d.pos, d.cell, d.pbc) for d in structures]
-
-
-def test_engines_agree_on_embedded_crystals(data_dir, search_engine, monkeypatch):
-    if search_engine == 'torch':
-        pytest.skip('compares the two engines once')
-    structures = _embedded_crystals(data_dir)
-    compiled = periodic_knn_and_distances_batch(structures, k=16, k_dist=50)
-    monkeypatch.setenv('PYG_WPDD_SEARCH', 'torch')
-    vectorised = periodic_knn_and_distances_batch(structures, k=16, k_dist=50)
-    for (edges, distances), (reference, reference_distances) in zip(compiled, vectorised):
-        assert torch.equal(edges.edge_index, reference.edge_index)
-        assert torch.equal(edges.edge_shift, reference.edge_shift)
-        assert torch.allclose(edges.edge_dist, reference.edge_dist, atol=1e-6)
-        assert torch.allclose(edges.edge_vec, reference.edge_vec, atol=1e-5)
-        assert torch.allclose(distances, reference_distances, atol=1e-6)
